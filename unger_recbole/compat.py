@@ -1,0 +1,140 @@
+"""Every fix needed to run RecBole 1.2.1 on today's numpy, pandas and torch, and nothing else.
+
+Import this module before anything from ``recbole`` (``unger_recbole/__init__.py`` does). Each fix
+is named after the failure it prevents and has a test in ``tests/test_compat.py`` that fails
+without it.
+
+* numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``; ``recbole.config.Config``
+  touches them in ``compatibility_settings`` (``AttributeError``).
+* pandas 3 breaks RecBole's dataset code (``token_seq`` fields crash in ``Dataset._remap``, empty
+  ``token_seq`` cells crash, missing floats stay NaN). We require ``pandas<3`` and stop early
+  with an actionable message instead of letting a run fail half-way.
+* torch >= 2.6 loads checkpoints with ``weights_only=True``, but RecBole pickles its ``Config``
+  into every checkpoint: :class:`CheckpointTrainer` loads our own checkpoints with
+  ``weights_only=False`` (never a process-wide switch) and names them uniquely per run
+  (RecBole names them to the second, so two runs in one second overwrite each other).
+* ``Config`` parses ``sys.argv``: :func:`isolated_argv` hides the caller's argv (pytest flags,
+  our own CLI flags) while a ``Config`` is built; values reach it only through ``config_dict``.
+* ``init_logger`` wraps ``sys.stdout``/``sys.stderr`` through colorama and silently does nothing
+  when the root logger already has handlers: :func:`init_run_logger` fixes both.
+* ``recbole.quick_start`` imports ray (no wheel for Python >= 3.12): this package never imports it.
+"""
+
+import contextlib
+import logging
+import sys
+
+import numpy as np
+
+for _removed, _replacement in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+    if not hasattr(np, _removed):
+        setattr(np, _removed, _replacement)
+
+import pandas as pd  # noqa: E402  (after the numpy shim on purpose)
+
+SUPPORTED_PANDAS = "pandas>=2.2,<3"
+
+
+def check_pandas_version(version=pd.__version__):
+    """Raise if ``version`` of pandas is one RecBole 1.2.1's dataset code silently breaks on."""
+    major = int(version.split(".")[0])
+    if major >= 3:
+        raise ImportError(
+            f"pandas {version} is installed, but RecBole 1.2.1's dataset code breaks on pandas 3 "
+            f"(token_seq fields crash, missing floats stay NaN). Install a supported version: "
+            f"pip install '{SUPPORTED_PANDAS}'"
+        )
+
+
+check_pandas_version()
+
+try:
+    import recbole  # noqa: F401,E402
+except ImportError as error:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "RecBole is not installed. Run `bash install.sh` from the repository root "
+        "(it installs recbole==1.2.1 without its unused ray/thop/plotly pins)."
+    ) from error
+
+import torch  # noqa: E402
+from recbole.config import Config  # noqa: E402
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import get_trainer, init_logger  # noqa: E402
+
+
+@contextlib.contextmanager
+def isolated_argv():
+    """Hide command-line arguments from RecBole's ``Config`` while it is built."""
+    saved = sys.argv
+    sys.argv = saved[:1] if saved else ["unger_recbole"]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def build_config(model, dataset, config_file_list=None, config_dict=None):
+    """``recbole.config.Config`` built only from files and ``config_dict`` (never from sys.argv)."""
+    with isolated_argv():
+        return Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                      config_dict=config_dict)
+
+
+def init_run_logger(config):
+    """RecBole's ``init_logger`` that always attaches its handlers and leaves sys.stdout alone."""
+    root = logging.getLogger()
+    foreign_handlers = list(root.handlers)
+    for handler in foreign_handlers:
+        root.removeHandler(handler)
+    stdout, stderr = sys.stdout, sys.stderr
+    try:
+        init_logger(config)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+    recbole_handlers = [h for h in root.handlers if h not in foreign_handlers]
+    for handler in foreign_handlers:
+        root.addHandler(handler)
+    return recbole_handlers
+
+
+def close_run_logger(handlers):
+    """Detach (and close) the handlers :func:`init_run_logger` attached, so runs do not pile up."""
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def load_checkpoint(path, device):
+    """Load one of this project's own checkpoints (they pickle a RecBole Config)."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+class CheckpointTrainerMixin:
+    """Checkpoints that torch >= 2.6 can load, at a path chosen per run (mix into any RecBole trainer)."""
+
+    def __init__(self, config, model, checkpoint_file=None):
+        super().__init__(config, model)
+        if checkpoint_file is not None:
+            self.saved_model_file = str(checkpoint_file)
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+class CheckpointTrainer(CheckpointTrainerMixin, Trainer):
+    """RecBole's plain Trainer with :class:`CheckpointTrainerMixin`."""
+
+
+def checkpoint_trainer_class(model_type, model_name):
+    """The trainer RecBole would pick for ``model_name``, with :class:`CheckpointTrainerMixin`."""
+    base = get_trainer(model_type, model_name)
+    if base is Trainer:
+        return CheckpointTrainer
+    return type(f"Checkpoint{base.__name__}", (CheckpointTrainerMixin, base), {})

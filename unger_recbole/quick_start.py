@@ -1,0 +1,231 @@
+"""Run any RecBole model, or UNGER, on RecBole's benchmark: ``run(model, dataset, ...) -> results``.
+
+This mirrors ``recbole.quick_start.run_recbole`` with RecBole's own building blocks (Config,
+create_dataset, data_preparation, Trainer, evaluators) but never imports ``recbole.quick_start``
+(it pulls in ray). On top it resolves our property files, keeps every run's outputs in one
+folder, writes a results JSON and, on request, the ranked predictions of every test user.
+"""
+
+import datetime
+import inspect
+import json
+import os
+import time
+import uuid
+from logging import getLogger
+from pathlib import Path
+
+from unger_recbole import compat  # noqa: F401  (numpy/pandas shims before RecBole)
+from unger_recbole.compat import build_config, checkpoint_trainer_class, close_run_logger, init_run_logger
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.model.abstract_recommender import AbstractRecommender
+from recbole.utils import get_model, init_seed
+
+PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
+RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
+                          "knowledge_aware_recommender")
+BUNDLED_DATASETS = ("ml-100k",)
+
+
+def our_models():
+    """Models this package adds to RecBole, by name."""
+    from unger_recbole.model import MODELS
+    return MODELS
+
+
+def recbole_model_names():
+    import importlib
+    import pkgutil
+    names = set()
+    for package_name in RECBOLE_MODEL_PACKAGES:
+        package = importlib.import_module(f"recbole.model.{package_name}")
+        for module_info in pkgutil.iter_modules(package.__path__):
+            try:
+                module = importlib.import_module(f"recbole.model.{package_name}.{module_info.name}")
+            except ImportError:  # optional third-party dependency of one model
+                continue
+            names.update(name for name, obj in vars(module).items()
+                         if inspect.isclass(obj) and issubclass(obj, AbstractRecommender)
+                         and obj.__module__ == module.__name__)
+    return sorted(names)
+
+
+def resolve_model(name):
+    """The model class for ``name``: ours first, then RecBole's; an unknown name lists both."""
+    if name in our_models():
+        return our_models()[name]
+    try:
+        return get_model(name)
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"Unknown model '{name}'. This package's models: {', '.join(sorted(our_models()))}. "
+            f"RecBole's models: {', '.join(recbole_model_names())}."
+        ) from None
+
+
+def property_files(model_name, dataset_name):
+    """overall.yaml, then the model's yaml, then the dataset's (later files win)."""
+    files = [PROPERTIES_DIR / "overall.yaml"]
+    model_file = PROPERTIES_DIR / "model" / f"{model_name}.yaml"
+    if model_file.is_file():
+        files.append(model_file)
+    dataset_file = PROPERTIES_DIR / "dataset" / f"{dataset_name}.yaml"
+    if dataset_file.is_file():
+        files.append(dataset_file)
+    return [str(f) for f in files]
+
+
+def check_dataset_exists(config):
+    """Fail early, naming the folder searched and the command that prepares the dataset."""
+    name = config["dataset"]
+    inter_file = Path(config["data_path"]) / f"{name}.inter"
+    if inter_file.is_file():
+        return
+    raise FileNotFoundError(
+        f"Dataset '{name}' not found: looked for {inter_file} (data_path={config['data_path']!r}). "
+        f"Prepare it first, e.g.\n  python -m unger_recbole.data.prepare {name} "
+        f"--source ../shared/data/{name} --out {Path(config['data_path']).parent}/\n"
+        f"or pass --data_path=<folder containing {name}/{name}.inter>. "
+        f"Bundled datasets that need no preparation: {', '.join(BUNDLED_DATASETS)}."
+    )
+
+
+def new_run_dir(config):
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = f"{config['model']}-{config['dataset']}-{stamp}-{uuid.uuid4().hex[:6]}"
+    run_dir = Path(config["checkpoint_dir"]) / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_id, run_dir
+
+
+def jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_json_atomic(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def write_predictions(trainer, test_data, path, k):
+    """One JSON line per test user: original user token, ground truth, top-k item tokens and scores.
+
+    Scores come from ``trainer._full_sort_batch_eval``, the very function RecBole's evaluation
+    uses, so metrics recomputed from this file equal RecBole's. Items scored ``-inf`` (e.g. not
+    generated by UNGER's beam search) are left out of the list.
+    """
+    dataset = test_data._dataset
+    uid_field, iid_field = dataset.uid_field, dataset.iid_field
+    trainer.model.eval()
+    trainer.tot_item_num = dataset.item_num
+    if trainer.item_tensor is None:
+        trainer.item_tensor = dataset.get_item_feature().to(trainer.device)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with open(tmp, "w") as out:
+        for batched_data in test_data:
+            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batched_data)
+            top_scores, top_items = torch.topk(scores, k=min(k, scores.shape[1]), dim=-1)
+            users = interaction[uid_field].cpu().numpy()
+            truth = {}
+            for row, item in zip(positive_u.tolist(), positive_i.tolist()):
+                truth.setdefault(row, []).append(item)
+            for row in range(len(users)):
+                keep = torch.isfinite(top_scores[row])
+                out.write(json.dumps({
+                    "user": dataset.id2token(uid_field, users[row]).item(),
+                    "ground_truth": [str(t) for t in dataset.id2token(iid_field, truth.get(row, []))],
+                    "items": [str(t) for t in dataset.id2token(iid_field, top_items[row][keep].cpu().numpy())],
+                    "scores": [round(float(s), 6) for s in top_scores[row][keep].cpu()],
+                }) + "\n")
+    os.replace(tmp, path)
+
+
+def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=False):
+    """Train ``model`` on ``dataset``, select on validation, test, and write the results JSON.
+
+    Returns a dict with ``best_valid_result``, ``test_result``, ``results_file``, ``run_dir`` and
+    ``stage_seconds``.
+    """
+    start = time.time()
+    model_class = resolve_model(model)
+    config = build_config(model_class, dataset,
+                          property_files(model, dataset) + [str(f) for f in config_file_list],
+                          dict(config_dict or {}))
+    if dataset not in BUNDLED_DATASETS:
+        check_dataset_exists(config)
+    init_seed(config["seed"], config["reproducibility"])
+    run_id, run_dir = new_run_dir(config)
+    handlers = init_run_logger(config)
+    logger = getLogger()
+    stage_seconds = {}
+    try:
+        logger.info(config)
+        tic = time.time()
+        recbole_dataset = create_dataset(config)
+        logger.info(recbole_dataset)
+        train_data, valid_data, test_data = data_preparation(config, recbole_dataset)
+        stage_seconds["data"] = time.time() - tic
+
+        if hasattr(model_class, "build_artifacts"):
+            # Models with preparatory stages (UNGER: stage I + quantization) run them here, on
+            # the same split, and hand their outputs to the model through config keys.
+            stage_seconds.update(model_class.build_artifacts(config, train_data, valid_data, run_dir))
+
+        init_seed(config["seed"], config["reproducibility"])
+        recommender = model_class(config, train_data._dataset).to(config["device"])
+        logger.info(recommender)
+        trainer = checkpoint_trainer_class(config["MODEL_TYPE"], config["model"])(
+            config, recommender, checkpoint_file=run_dir / "model.pth")
+        tic = time.time()
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=True, show_progress=config["show_progress"])
+        stage_seconds["train"] = time.time() - tic
+        tic = time.time()
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+        stage_seconds["test"] = time.time() - tic
+        logger.info(f"best valid : {dict(best_valid_result)}")
+        logger.info(f"test result: {dict(test_result)}")
+
+        predictions_file = None
+        if save_predictions:
+            predictions_file = run_dir / "predictions.jsonl"
+            write_predictions(trainer, test_data, predictions_file, max(config["topk"]))
+            logger.info(f"predictions: {predictions_file}")
+
+        results = {
+            "model": config["model"],
+            "dataset": config["dataset"],
+            "run_id": run_id,
+            "run_dir": str(run_dir),
+            "checkpoint": str(trainer.saved_model_file),
+            "predictions_file": str(predictions_file) if predictions_file else None,
+            "best_valid_score": float(best_valid_score),
+            "valid_metric": config["valid_metric"],
+            "best_valid_result": {k: float(v) for k, v in best_valid_result.items()},
+            "test_result": {k: float(v) for k, v in test_result.items()},
+            "epochs_trained": len(trainer.train_loss_dict),
+            "stage_seconds": {k: round(v, 2) for k, v in stage_seconds.items()},
+            "wall_seconds": round(time.time() - start, 2),
+            "device": str(config["device"]),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "config": jsonable(config.final_config_dict),
+        }
+        results_file = Path(config["results_dir"]) / f"{run_id}.json"
+        write_json_atomic(results_file, results)
+        logger.info(f"results: {results_file}")
+        results["results_file"] = str(results_file)
+        return results
+    finally:
+        close_run_logger(handlers)
