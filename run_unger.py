@@ -45,8 +45,10 @@ def main(argv=None):
                       config_dict=overrides, save_predictions=args.save_predictions)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"run_unger.py: {error}") from None
-    test = results["test_result"]
-    print("test  " + "  ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    if "test_result" not in results:  # stop_after=codes
+        print(f"item codes written to {results['run_dir']}")
+        return results
+    print("test  " + "  ".join(f"{k}={v:.4f}" for k, v in results["test_result"].items()))
     print(f"results: {results['results_file']}")
     return results
 

@@ -58,17 +58,18 @@ def resolve_model(name):
         return our_models()[name]
     try:
         return get_model(name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # ImportError: RecBole's exlib package needs lightgbm
         raise ValueError(
             f"Unknown model '{name}'. This package's models: {', '.join(sorted(our_models()))}. "
             f"RecBole's models: {', '.join(recbole_model_names())}."
         ) from None
 
 
-def property_files(model_name, dataset_name):
-    """overall.yaml, then the model's yaml, then the dataset's (later files win)."""
+def property_files(model_name, dataset_name, model_class=None):
+    """overall.yaml, then the model's yaml, then the dataset's (later files win). A model class may
+    name the yaml it shares with another model (``properties_name``)."""
     files = [PROPERTIES_DIR / "overall.yaml"]
-    model_file = PROPERTIES_DIR / "model" / f"{model_name}.yaml"
+    model_file = PROPERTIES_DIR / "model" / f"{getattr(model_class, 'properties_name', model_name)}.yaml"
     if model_file.is_file():
         files.append(model_file)
     dataset_file = PROPERTIES_DIR / "dataset" / f"{dataset_name}.yaml"
@@ -161,7 +162,7 @@ def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=
     start = time.time()
     model_class = resolve_model(model)
     config = build_config(model_class, dataset,
-                          property_files(model, dataset) + [str(f) for f in config_file_list],
+                          property_files(model, dataset, model_class) + [str(f) for f in config_file_list],
                           dict(config_dict or {}))
     if dataset not in BUNDLED_DATASETS:
         check_dataset_exists(config)
@@ -182,12 +183,17 @@ def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=
             # Models with preparatory stages (UNGER: stage I + quantization) run them here, on
             # the same split, and hand their outputs to the model through config keys.
             stage_seconds.update(model_class.build_artifacts(config, train_data, valid_data, run_dir))
+            if config.final_config_dict.get("stop_after") == "codes":
+                logger.info(f"stop_after=codes: item codes and report are in {run_dir}")
+                return {"model": config["model"], "dataset": config["dataset"], "run_dir": str(run_dir),
+                        "stage_seconds": stage_seconds}
 
         init_seed(config["seed"], config["reproducibility"])
         recommender = model_class(config, train_data._dataset).to(config["device"])
         logger.info(recommender)
-        trainer = checkpoint_trainer_class(config["MODEL_TYPE"], config["model"])(
-            config, recommender, checkpoint_file=run_dir / "model.pth")
+        trainer_class = (getattr(model_class, "trainer_class", None)
+                         or checkpoint_trainer_class(config["MODEL_TYPE"], config["model"]))
+        trainer = trainer_class(config, recommender, checkpoint_file=run_dir / "model.pth")
         tic = time.time()
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=True, show_progress=config["show_progress"])
