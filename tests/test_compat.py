@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 
 from unger_recbole.compat import (CheckpointTrainer, build_config, check_pandas_version, close_run_logger,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import run_unger
-from tests.conftest import TINY_OVERRIDES
+
 
 SMALL_SASREC = ["--hidden_size=16", "--inner_size=32", "--n_layers=1", "--n_heads=1", "--show_progress=False",
                 "--state=WARNING"]

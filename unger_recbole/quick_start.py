@@ -19,6 +19,7 @@ from unger_recbole import compat  # noqa: F401  (numpy/pandas shims before RecBo
 from unger_recbole.compat import build_config, checkpoint_trainer_class, close_run_logger, init_run_logger
 
 import torch
+import yaml
 from recbole.data import create_dataset, data_preparation
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import get_model, init_seed
@@ -27,6 +28,7 @@ PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
                           "knowledge_aware_recommender")
 BUNDLED_DATASETS = ("ml-100k",)
+RUN_MANIFEST = "run.json"
 
 
 def our_models():
@@ -78,6 +80,19 @@ def property_files(model_name, dataset_name, model_class=None):
     return [str(f) for f in files]
 
 
+def model_overrides(model_name, dataset_name, user_files):
+    """The ``model_overrides: {<Model>: {...}}`` section of the dataset's yaml for this model,
+    minus keys that the user's own config files set (those must win over it)."""
+    dataset_file = PROPERTIES_DIR / "dataset" / f"{dataset_name}.yaml"
+    if not dataset_file.is_file():
+        return {}
+    section = (yaml.safe_load(dataset_file.read_text()) or {}).get("model_overrides", {}).get(model_name, {})
+    user_keys = set()
+    for path in user_files:
+        user_keys.update((yaml.safe_load(Path(path).read_text()) or {}).keys())
+    return {key: value for key, value in section.items() if key not in user_keys}
+
+
 def check_dataset_exists(config):
     """Fail early, naming the folder searched and the command that prepares the dataset."""
     name = config["dataset"]
@@ -91,6 +106,17 @@ def check_dataset_exists(config):
         f"or pass --data_path=<folder containing {name}/{name}.inter>. "
         f"Bundled datasets that need no preparation: {', '.join(BUNDLED_DATASETS)}."
     )
+
+
+def data_file_digests(config):
+    """Path and sha256 of the dataset's atomic files, so a run can be tied to its exact data."""
+    from unger_recbole.artifacts import content_key
+    digests = {}
+    for suffix in ("inter", "item"):
+        path = Path(config["data_path"]) / f"{config['dataset']}.{suffix}"
+        if path.is_file():
+            digests[suffix] = {"path": str(path.resolve()), "sha256": content_key(path)}
+    return digests
 
 
 def new_run_dir(config):
@@ -161,9 +187,9 @@ def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=
     """
     start = time.time()
     model_class = resolve_model(model)
-    config = build_config(model_class, dataset,
-                          property_files(model, dataset, model_class) + [str(f) for f in config_file_list],
-                          dict(config_dict or {}))
+    user_files = [str(f) for f in config_file_list]
+    config = build_config(model_class, dataset, property_files(model, dataset, model_class) + user_files,
+                          {**model_overrides(model, dataset, user_files), **(config_dict or {})})
     if dataset not in BUNDLED_DATASETS:
         check_dataset_exists(config)
     init_seed(config["seed"], config["reproducibility"])
@@ -230,6 +256,9 @@ def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=
         }
         results_file = Path(config["results_dir"]) / f"{run_id}.json"
         write_json_atomic(results_file, results)
+        # The run folder's manifest, written last: its presence marks a complete run.
+        write_json_atomic(run_dir / RUN_MANIFEST, {**results, "results_file": str(results_file),
+                                                  "data_files": data_file_digests(config)})
         logger.info(f"results: {results_file}")
         results["results_file"] = str(results_file)
         return results

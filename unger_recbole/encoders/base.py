@@ -17,9 +17,11 @@ encoder's parameters.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
+
+from unger_recbole.registry import Registry
 
 __all__ = [
     "TextEncoder",
@@ -72,39 +74,10 @@ class TextEncoder(abc.ABC):
 
 
 #: name -> encoder class (aliases point to the same class)
-ENCODERS: dict[str, type[TextEncoder]] = {}
-
-
-def register_encoder(name: str) -> Callable[[type[TextEncoder]], type[TextEncoder]]:
-    """Class decorator: ``@register_encoder("hf")`` registers the class under ``name``."""
-
-    def deco(cls: type[TextEncoder]) -> type[TextEncoder]:
-        if not (isinstance(cls, type) and issubclass(cls, TextEncoder)):
-            raise TypeError(f"{cls!r} is not a TextEncoder subclass")
-        if name in ENCODERS and ENCODERS[name] is not cls:
-            raise ValueError(f"encoder name {name!r} is already registered to {ENCODERS[name]!r}")
-        cls.name = name
-        ENCODERS[name] = cls
-        return cls
-
-    return deco
-
-
-def register_alias(alias: str, name: str) -> None:
-    """Make ``alias`` build the same class as ``name`` (the class keeps its own ``name``)."""
-    if name not in ENCODERS:
-        raise ValueError(f"cannot alias {alias!r}: {name!r} is not registered")
-    if alias in ENCODERS and ENCODERS[alias] is not ENCODERS[name]:
-        raise ValueError(f"encoder name {alias!r} is already registered")
-    ENCODERS[alias] = ENCODERS[name]
-
-
-def build_encoder(name: str, **params: Any) -> TextEncoder:
-    """Instantiate the encoder registered as ``name`` with ``params``."""
-    cls = ENCODERS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown encoder {name!r}; registered encoders: {sorted(ENCODERS)}")
-    return cls(**params)
+ENCODERS = Registry("encoder", TextEncoder)
+register_encoder = ENCODERS.register
+register_alias = ENCODERS.alias
+build_encoder = ENCODERS.build
 
 
 def encoder_params_from_config(config: Mapping[str, Any] | Any, name: str | None = None) -> tuple[str, dict]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import logging
 import os
 from pathlib import Path

@@ -25,7 +25,7 @@ the ranks of the distinct length-``l`` symbol prefixes in lexicographic order.
 
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import List, Union
 
 import numpy as np
 import torch

@@ -22,38 +22,13 @@ from __future__ import annotations
 import abc
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, Type
+from typing import Any, Dict
 
 import numpy as np
 
+from unger_recbole.registry import Registry
+
 PAD = -1
-
-QUANTIZERS: Dict[str, Type["Quantizer"]] = {}
-
-
-def register_quantizer(name: str) -> Callable[[Type["Quantizer"]], Type["Quantizer"]]:
-    """Class decorator registering a :class:`Quantizer` subclass under ``name``."""
-
-    def decorator(cls: Type["Quantizer"]) -> Type["Quantizer"]:
-        if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
-            raise TypeError(f"@register_quantizer({name!r}) must decorate a Quantizer subclass")
-        if name in QUANTIZERS and QUANTIZERS[name] is not cls:
-            raise ValueError(f"quantizer name {name!r} is already registered by {QUANTIZERS[name]!r}")
-        cls.name = name
-        QUANTIZERS[name] = cls
-        return cls
-
-    return decorator
-
-
-def build_quantizer(name: str, **params: Any) -> "Quantizer":
-    """Instantiate the quantizer registered as ``name`` with ``params`` (defaults fill the rest)."""
-    if name not in QUANTIZERS:
-        raise ValueError(
-            f"unknown quantizer {name!r}; registered quantizers: {sorted(QUANTIZERS)}"
-        )
-    return QUANTIZERS[name](**params)
-
 
 def resolve_device(device: str) -> str:
     """Map ``"auto"`` to ``"cuda"`` when a GPU is available (else ``"cpu"``); check the others."""
@@ -233,3 +208,8 @@ class Quantizer(abc.ABC):
             "seconds": float(time.perf_counter() - start_time),
         }
         return codes
+
+
+QUANTIZERS = Registry("quantizer", Quantizer)
+register_quantizer = QUANTIZERS.register
+build_quantizer = QUANTIZERS.build
