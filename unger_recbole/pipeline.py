@@ -25,6 +25,7 @@ from unger_recbole.compat import CheckpointTrainer, load_checkpoint
 from unger_recbole.encoders import build_encoder
 from unger_recbole.encoders.base import encoder_params_from_config
 from unger_recbole.encoders.item_text import build_item_texts, read_item_table
+from unger_recbole.fusion import concat_embeddings
 from unger_recbole.quantizers import build_quantizer
 
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
@@ -103,12 +104,6 @@ def train_stage1(config, train_data, valid_data, semantic_file, align_weight, ru
     return model.export_embeddings(), {k: float(v) for k, v in best_valid.items()}, len(trainer.train_loss_dict)
 
 
-def pca(matrix, dim):
-    centred = matrix - matrix.mean(axis=0, keepdims=True)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    return centred @ components[:dim].T
-
-
 def stage1_embeddings(config, train_data, valid_data, semantic, semantic_file, data_key, cache, run_dir, logger):
     """The embedding that is quantized, per ``code_embedding`` (paper Table 5 rows)."""
     choice = config["code_embedding"]
@@ -133,8 +128,7 @@ def stage1_embeddings(config, train_data, valid_data, semantic, semantic_file, d
         return exported["integrated"][real], info
     if choice == "collaborative":
         return exported["item_id"][real], info
-    collaborative = exported["item_id"][real]
-    return np.concatenate([pca(semantic, collaborative.shape[1]), collaborative], axis=1).astype(np.float32), info
+    return concat_embeddings(semantic, exported["item_id"][real]), info
 
 
 def quantize(config, embeddings, cache, logger):
@@ -150,6 +144,15 @@ def quantize(config, embeddings, cache, logger):
     report = {**quantizer.report, "params": params}
     cache.save("codes", key, {"codes": codes}, report)
     return codes, report
+
+
+def code_table_digest(codes, codebook_size, item_tokens):
+    """Content hash of a code table: codes (padding row included), K and the item tokens in order.
+
+    Stored in the config (and so in every checkpoint) as ``code_table_digest``, so that
+    ``unger_recbole.recommend`` refuses a checkpoint paired with any other code table.
+    """
+    return content_key("code_table/v1", np.asarray(codes), int(codebook_size), [str(t) for t in item_tokens])
 
 
 def write_code_table_csv(path, item_tokens, codes):
@@ -191,9 +194,9 @@ def build_unger_artifacts(config, train_data, valid_data, run_dir):
     seconds["quantizer"] = time.time() - tic
 
     table_file = run_dir / "code_table.npz"
-    np.savez(table_file, codes=with_padding_row(codes, fill=-1), integrated=with_padding_row(embeddings),
-             codebook_size=np.int64(quantizer_params(config)["codebook_size"]),
-             item_tokens=np.array(item_tokens))
+    padded_codes, codebook_size = with_padding_row(codes, fill=-1), quantizer_params(config)["codebook_size"]
+    np.savez(table_file, codes=padded_codes, integrated=with_padding_row(embeddings),
+             codebook_size=np.int64(codebook_size), item_tokens=np.array(item_tokens))
     write_code_table_csv(run_dir / "item_codes.csv", item_tokens, codes)
     full_report = {"code_embedding": config["code_embedding"], "encoder": config["encoder"],
                    "item_text": text_stats, "stage1": stage1_info, "quantizer": report,
@@ -201,6 +204,7 @@ def build_unger_artifacts(config, train_data, valid_data, run_dir):
     (run_dir / "codes_report.json").write_text(json.dumps(full_report, indent=2, default=str))
     logger.info(f"codes: {json.dumps(report, default=str)}")
     config["code_table_file"] = str(table_file)
+    config["code_table_digest"] = code_table_digest(padded_codes, codebook_size, item_tokens)
     return seconds
 
 
