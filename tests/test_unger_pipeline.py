@@ -21,6 +21,7 @@ def test_unger_runs_end_to_end_and_reuses_cached_stages(tiny_data):
     run_dir = Path(results["run_dir"])
     assert set(results["stage_seconds"]) >= {"semantic_encoder", "stage1", "quantizer", "train", "test"}
     assert 0.0 <= results["test_result"]["recall@10"] <= 1.0
+    assert results["generation"] == {"users": 40, "invalid_rate": 0.0, "short_list_rate": 0.0}
 
     with open(run_dir / "item_codes.csv") as handle:
         rows = list(csv.DictReader(handle))

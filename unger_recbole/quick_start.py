@@ -225,8 +225,13 @@ def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=
             train_data, valid_data, saved=True, show_progress=config["show_progress"])
         stage_seconds["train"] = time.time() - tic
         tic = time.time()
+        if hasattr(recommender, "reset_generation_stats"):
+            recommender.reset_generation_stats()
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
         stage_seconds["test"] = time.time() - tic
+        generation = recommender.generation_report() if hasattr(recommender, "generation_report") else None
+        if generation:
+            logger.info(f"generation on test: {generation}")
         logger.info(f"best valid : {dict(best_valid_result)}")
         logger.info(f"test result: {dict(test_result)}")
 
@@ -248,6 +253,7 @@ def run(model, dataset, config_file_list=(), config_dict=None, save_predictions=
             "best_valid_result": {k: float(v) for k, v in best_valid_result.items()},
             "test_result": {k: float(v) for k, v in test_result.items()},
             "epochs_trained": len(trainer.train_loss_dict),
+            "generation": generation,
             "stage_seconds": {k: round(v, 2) for k, v in stage_seconds.items()},
             "wall_seconds": round(time.time() - start, 2),
             "device": str(config["device"]),

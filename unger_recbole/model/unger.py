@@ -95,7 +95,7 @@ class UNGER(SequentialRecommender):
         self.decoder_norm = nn.LayerNorm(d)
         self.distill_projection = nn.Linear(d, embeddings.shape[1])
         self.apply(self._init_weights)
-        self.generation_stats = {"users": 0, "invalid": 0, "short_lists": 0}
+        self.reset_generation_stats()
 
     @staticmethod
     def _init_weights(module):
@@ -204,6 +204,17 @@ class UNGER(SequentialRecommender):
             self.trie.to(memory.device)
         items, scores = constrained_beam_search(decoder, self.trie, len(item_seq), beam_size, top_k)
         return torch.where(items >= 0, items + 1, items), scores
+
+    def reset_generation_stats(self):
+        self.generation_stats = {"users": 0, "invalid": 0, "short_lists": 0}
+
+    def generation_report(self):
+        """Invalid-generation rate (a code that is no item; 0 by construction of the trie) and the
+        fraction of users who got fewer than top-k items, since the last reset."""
+        users = max(1, self.generation_stats["users"])
+        return {"users": self.generation_stats["users"],
+                "invalid_rate": self.generation_stats["invalid"] / users,
+                "short_list_rate": self.generation_stats["short_lists"] / users}
 
     def full_sort_predict(self, interaction):
         """[B, n_items] scores: beam log-probabilities for generated items, -inf for all others."""
