@@ -1,2 +1,1 @@
-"""Diagnostics and reports of UNGER runs: modality similarity and t-SNE (paper §4.3, `modality.py`),
-comparison tables and figures (`tables.py`)."""
+"""Result analyses: paper-style tables and figures (tables.py), modality similarity and t-SNE (modality.py)."""
