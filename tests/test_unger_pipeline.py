@@ -61,3 +61,22 @@ def test_unger_overfits_a_toy_dataset_to_recall_at_1(tiny_data, tmp_path):
     # A user's stride shows from two history items on; with one item the next item is ambiguous.
     determined = batch["item_length"] >= 2
     assert (items[determined, 0] == batch["item_id"][determined]).float().mean().item() == 1.0
+
+
+def test_stage1_on_ml100k_writes_a_code_table_covering_every_movie(tmp_path, monkeypatch):
+    """Stage I for one epoch on RecBole's ml-100k (texts from movie_title), then hkmeans codes."""
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    results = run_unger.main(["--model=UNGER", "--dataset=ml-100k", "--stop_after=codes", "--stage1_epochs=1",
+                              "--stage1_embedding_size=32", "--train_batch_size=2048", "--show_progress=False",
+                              "--state=WARNING"])
+    run_dir = Path(results["run_dir"])
+    report = json.loads((run_dir / "codes_report.json").read_text())
+    assert report["item_text"]["title_field"] == "movie_title" and report["item_text"]["n_empty_text"] == 0
+    assert report["stage1"]["epochs"] == 1 and report["stage1"]["best_valid"]["recall@10"] > 0
+    with open(run_dir / "item_codes.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1682 and len({r["item_id"] for r in rows}) == 1682
+    assert len({r["code"] for r in rows}) == 1682  # one unique code per movie
+    table = np.load(run_dir / "code_table.npz")
+    assert table["codes"].shape[0] == 1683 and (table["codes"][0] == -1).all()  # row 0: RecBole padding
