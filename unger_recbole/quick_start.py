@@ -15,8 +15,8 @@ import uuid
 from logging import getLogger
 from pathlib import Path
 
-from unger_recbole import compat  # noqa: F401  (numpy/pandas shims before RecBole)
-from unger_recbole.compat import build_config, checkpoint_trainer_class, close_run_logger, init_run_logger
+from unger_recbole.compat import (build_config, checkpoint_trainer_class,  # first: shims before RecBole
+                                  close_run_logger, init_run_logger)
 
 import torch
 import yaml

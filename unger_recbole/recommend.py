@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 
-from unger_recbole import compat  # noqa: F401  (numpy/pandas shims before RecBole)
 from unger_recbole.artifacts import content_key
 from unger_recbole.compat import load_checkpoint
 from unger_recbole.pipeline import code_table_digest
