@@ -35,3 +35,11 @@ class Registry(dict):
         if name not in self:
             raise ValueError(f"unknown {self.kind} {name!r}; registered {self.kind}s: {sorted(self)}")
         return self[name](**params)
+
+
+def with_defaults(kind, name, defaults, params):
+    """``{**defaults, **params}``, refusing keys that are not among ``defaults`` (a typo in yaml)."""
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {kind} {name!r}; accepted keys: {sorted(defaults)}")
+    return {**defaults, **params}

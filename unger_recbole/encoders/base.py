@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from unger_recbole.registry import Registry
+from unger_recbole.registry import Registry, with_defaults
 
 __all__ = [
     "TextEncoder",
@@ -48,13 +48,7 @@ class TextEncoder(abc.ABC):
     DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.DEFAULTS))
-        if unknown:
-            raise ValueError(
-                f"encoder {self.name!r}: unknown parameter(s) {unknown}; "
-                f"accepted: {sorted(self.DEFAULTS)}"
-            )
-        self.params: dict[str, Any] = {**self.DEFAULTS, **params}
+        self.params: dict[str, Any] = with_defaults("encoder", self.name, self.DEFAULTS, params)
 
     @classmethod
     def accepted_params(cls) -> list[str]:

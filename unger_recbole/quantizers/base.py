@@ -26,7 +26,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from unger_recbole.registry import Registry
+from unger_recbole.registry import Registry, with_defaults
 
 PAD = -1
 
@@ -148,13 +148,7 @@ class Quantizer(abc.ABC):
     defaults: Dict[str, Any] = {}
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown} for quantizer {self.name!r}; accepted keys: "
-                f"{sorted(self.defaults)}"
-            )
-        self.params: Dict[str, Any] = {**self.defaults, **params}
+        self.params: Dict[str, Any] = with_defaults("quantizer", self.name, self.defaults, params)
         if "codebook_size" in self.params:
             k = self.params["codebook_size"]
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
