@@ -45,6 +45,8 @@ def main(argv=None):
                       config_dict=overrides, save_predictions=args.save_predictions)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"run_unger.py: {error}") from None
+    if results is None:  # a rank other than 0 of a torchrun job: rank 0 reports
+        return None
     if "test_result" not in results:  # stop_after=codes
         print(f"item codes written to {results['run_dir']}")
         return results

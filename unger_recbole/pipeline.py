@@ -8,6 +8,9 @@ same inputs reuses it and any changed input recomputes. The run folder receives 
 II and inference read: ``semantic.npz``, ``code_table.npz`` (codes + integrated embeddings,
 aligned to RecBole's internal item ids), ``item_codes.csv`` (original item ids) and
 ``codes_report.json``.
+
+In a distributed run every rank trains stage I (data-parallel); rank 0 alone encodes texts,
+quantizes and writes files, the other ranks then read its caches (``main_process_first``).
 """
 
 import copy
@@ -21,7 +24,8 @@ import numpy as np
 import yaml
 
 from unger_recbole.artifacts import ArtifactCache, array_digest, cached_item_embeddings, content_key
-from unger_recbole.compat import CheckpointTrainer, load_checkpoint
+from unger_recbole.compat import CheckpointTrainer
+from unger_recbole.distributed import barrier, is_main_process, main_process_first
 from unger_recbole.encoders import build_encoder
 from unger_recbole.encoders.base import encoder_params_from_config
 from unger_recbole.encoders.item_text import build_item_texts, read_item_table
@@ -99,7 +103,7 @@ def train_stage1(config, train_data, valid_data, semantic_file, align_weight, ru
     checkpoint = run_dir / f"stage1_align{align_weight:g}.pth"
     trainer = CheckpointTrainer(derived, model, checkpoint_file=checkpoint)
     best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=derived["show_progress"])
-    model.load_state_dict(load_checkpoint(checkpoint, derived["device"])["state_dict"])
+    trainer.load_best_checkpoint()
     logger.info(f"stage I (align_weight={align_weight:g}) best valid: {dict(best_valid)}")
     return model.export_embeddings(), {k: float(v) for k, v in best_valid.items()}, len(trainer.train_loss_dict)
 
@@ -122,7 +126,8 @@ def stage1_embeddings(config, train_data, valid_data, semantic, semantic_file, d
         exported, best_valid, epochs = train_stage1(config, train_data, valid_data, semantic_file, align_weight,
                                                     run_dir, logger)
         info = {"best_valid": best_valid, "epochs": epochs, "align_weight": align_weight}
-        cache.save("stage1", key, exported, info)
+        if is_main_process(config):
+            cache.save("stage1", key, exported, info)
     real = slice(1, None)  # drop the padding row
     if choice == "integrated":
         return exported["integrated"][real], info
@@ -179,9 +184,11 @@ def build_unger_artifacts(config, train_data, valid_data, run_dir):
     seconds = {}
 
     tic = time.time()
-    semantic, text_stats = semantic_embeddings(config, item_tokens, cache, logger)
     semantic_file = run_dir / "semantic.npz"
-    np.savez(semantic_file, embeddings=with_padding_row(semantic))
+    with main_process_first(config):
+        semantic, text_stats = semantic_embeddings(config, item_tokens, cache, logger)
+        if is_main_process(config):
+            np.savez(semantic_file, embeddings=with_padding_row(semantic))
     seconds["semantic_encoder"] = time.time() - tic
 
     tic = time.time()
@@ -190,18 +197,21 @@ def build_unger_artifacts(config, train_data, valid_data, run_dir):
     seconds["stage1"] = time.time() - tic
 
     tic = time.time()
-    codes, report = quantize(config, embeddings, cache, logger)
+    with main_process_first(config):
+        codes, report = quantize(config, embeddings, cache, logger)
     seconds["quantizer"] = time.time() - tic
 
     table_file = run_dir / "code_table.npz"
     padded_codes, codebook_size = with_padding_row(codes, fill=-1), quantizer_params(config)["codebook_size"]
-    np.savez(table_file, codes=padded_codes, integrated=with_padding_row(embeddings),
-             codebook_size=np.int64(codebook_size), item_tokens=np.array(item_tokens))
-    write_code_table_csv(run_dir / "item_codes.csv", item_tokens, codes)
-    full_report = {"code_embedding": config["code_embedding"], "encoder": config["encoder"],
-                   "item_text": text_stats, "stage1": stage1_info, "quantizer": report,
-                   "seconds": {k: round(v, 2) for k, v in seconds.items()}}
-    (run_dir / "codes_report.json").write_text(json.dumps(full_report, indent=2, default=str))
+    if is_main_process(config):
+        np.savez(table_file, codes=padded_codes, integrated=with_padding_row(embeddings),
+                 codebook_size=np.int64(codebook_size), item_tokens=np.array(item_tokens))
+        write_code_table_csv(run_dir / "item_codes.csv", item_tokens, codes)
+        full_report = {"code_embedding": config["code_embedding"], "encoder": config["encoder"],
+                       "item_text": text_stats, "stage1": stage1_info, "quantizer": report,
+                       "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+        (run_dir / "codes_report.json").write_text(json.dumps(full_report, indent=2, default=str))
+    barrier(config)  # the code table exists for every rank
     logger.info(f"codes: {json.dumps(report, default=str)}")
     config["code_table_file"] = str(table_file)
     config["code_table_digest"] = code_table_digest(padded_codes, codebook_size, item_tokens)
@@ -213,8 +223,10 @@ def build_semantic_artifact(config, train_data, valid_data, run_dir):
     dataset = train_data._dataset
     item_tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field][1:]]
     tic = time.time()
-    semantic, _ = semantic_embeddings(config, item_tokens, ArtifactCache(config["artifact_dir"]), getLogger())
     semantic_file = run_dir / "semantic.npz"
-    np.savez(semantic_file, embeddings=with_padding_row(semantic))
+    with main_process_first(config):
+        semantic, _ = semantic_embeddings(config, item_tokens, ArtifactCache(config["artifact_dir"]), getLogger())
+        if is_main_process(config):
+            np.savez(semantic_file, embeddings=with_padding_row(semantic))
     config["semantic_embedding_file"] = str(semantic_file)
     return {"semantic_encoder": time.time() - tic}
