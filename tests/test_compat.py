@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+import subprocess
 import sys
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from unger_recbole.compat import (CheckpointTrainer, build_config, check_pandas_version, close_run_logger,
                                   init_run_logger)
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import REPO, TINY_OVERRIDES
 
 
 def tiny_config(data_path, **overrides):
@@ -26,6 +27,15 @@ def test_numpy2_aliases_let_recbole_config_build(tiny_data):
     assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
     config = tiny_config(tiny_data)  # Config.compatibility_settings reads np.float_ & co.
     assert config["model"] == "SASRec"
+
+
+def test_recbole_metrics_work_without_building_a_config():
+    """A process that only unpickles a checkpoint's Config never runs compatibility_settings."""
+    code = ("import unger_recbole.compat, numpy as np; from recbole.evaluator.metrics import NDCG; "
+            "print(NDCG.metric_info(None, np.array([[True, False]]), np.array([1])).tolist())")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "[[1.0, 1.0]]"
 
 
 def test_pandas3_is_refused_with_an_actionable_message():

@@ -5,7 +5,9 @@ is named after the failure it prevents and has a test in ``tests/test_compat.py`
 without it.
 
 * numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``; ``recbole.config.Config``
-  touches them in ``compatibility_settings`` (``AttributeError``).
+  touches them in ``compatibility_settings`` (``AttributeError``). That method also restores
+  ``np.float`` & co., which RecBole's metrics use (NDCG), but only when a ``Config`` is built: a
+  process that evaluates with a config unpickled from a checkpoint needs it run here.
 * pandas 3 breaks RecBole's dataset code (``token_seq`` fields crash in ``Dataset._remap``, empty
   ``token_seq`` cells crash, missing floats stay NaN). We require ``pandas<3`` and stop early
   with an actionable message instead of letting a run fail half-way.
@@ -71,6 +73,8 @@ from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import get_trainer, init_logger  # noqa: E402
 
 from unger_recbole.distributed import barrier, default_backend, gather_rows  # noqa: E402
+
+Config.compatibility_settings(None)  # it only sets numpy aliases; `self` is unused
 
 
 @contextlib.contextmanager
