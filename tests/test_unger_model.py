@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from recbole.data import create_dataset, data_preparation
-from recbole.data.interaction import Interaction
+from recbole.data.interaction import Interaction, cat_interactions
 from unger_recbole.compat import build_config
 from unger_recbole.model import UNGER, UNGERStage1
 from unger_recbole.model.layers import ModalityAdaptationLayer
@@ -160,3 +160,24 @@ def test_small_beam_returns_only_valid_unique_items_and_minus_inf_elsewhere(tiny
 def test_beam_smaller_than_topk_is_refused(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="beam_size"):
         tiny_unger(tiny_data, tmp_path, beam_size=5)
+
+
+def test_mixed_precision_beam_search_returns_valid_items_close_to_float32(tiny_data, tmp_path):
+    """enable_amp runs the network under autocast (bfloat16 here, on CPU); scores stay float32."""
+    config, model, (train, _, _) = tiny_unger(tiny_data, tmp_path, enable_amp=True)
+    assert model.autocast_dtype is torch.bfloat16
+    model.eval()
+    batch = cat_interactions(list(train))
+    items, scores = model.generate(batch["item_id_list"], batch["item_length"], beam_size=20, top_k=20)
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    assert ((items >= 1) & (items < model.n_items)).all()
+    assert all(len(set(row)) == 20 for row in items.tolist())  # every real item once: beam = catalogue
+    model.autocast_dtype = None
+    _, full_scores = model.generate(batch["item_id_list"], batch["item_length"], beam_size=20, top_k=20)
+    # Same distributions up to bfloat16 rounding of the network's activations (which did happen).
+    assert torch.allclose(scores, full_scores, atol=0.05) and not torch.equal(scores, full_scores)
+
+
+def test_amp_dtype_must_be_a_supported_name(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="amp_dtype must be one of"):
+        tiny_unger(tiny_data, tmp_path, enable_amp=True, amp_dtype="float8")

@@ -27,6 +27,8 @@ without it.
   ``len(batched_data)`` (4 per full-sort batch, whatever the number of users) and counts the
   users ``DistributedSampler`` repeats to even out the shards. :class:`CheckpointTrainerMixin`
   gathers every user's ranking row exactly once and evaluates them together instead.
+* RecBole's mixed precision (``enable_amp``) autocasts to the device's default dtype (float16 on
+  CUDA, which needs loss scaling): the ``amp_dtype`` key picks the dtype (bfloat16 by default).
 """
 
 import contextlib
@@ -148,6 +150,17 @@ def load_checkpoint(path, device):
     return torch.load(path, map_location=device, weights_only=False)
 
 
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def amp_dtype(config):
+    """The torch dtype named by ``amp_dtype`` (bfloat16 unless set)."""
+    name = config["amp_dtype"] or "bfloat16"
+    if name not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {AMP_DTYPES}, got {name!r}")
+    return getattr(torch, name)
+
+
 class UserTrackingCollector(Collector):
     """RecBole's Collector that also remembers the user of every collected ranking row."""
 
@@ -190,6 +203,9 @@ class CheckpointTrainerMixin:
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.distributed_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config["enable_amp"]:
+            # RecBole's autocast takes the device's default dtype (float16 on CUDA); ours is a key.
+            torch.set_autocast_dtype(torch.device(config["device"]).type, amp_dtype(config))
         self.eval_collector = UserTrackingCollector(config)
         self.evaluated_users = 0
         if checkpoint_file is not None:

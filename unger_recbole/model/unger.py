@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from unger_recbole.compat import amp_dtype
 from unger_recbole.generation import PrefixTrie, constrained_beam_search, masked_log_softmax
 from unger_recbole.model.layers import DecoderLayer, EncoderLayer
 from unger_recbole.pipeline import build_unger_artifacts
@@ -54,6 +55,7 @@ class UNGER(SequentialRecommender):
         self.distill_weight = config["distill_weight"]
         self.distill_negatives = config["distill_negatives"]
         self.beam_size = config["beam_size"]
+        self.autocast_dtype = amp_dtype(config) if config["enable_amp"] else None
         self.top_k = max(config["topk"])
         code_table_file = config["code_table_file"]
 
@@ -198,11 +200,13 @@ class UNGER(SequentialRecommender):
     def generate(self, item_seq, item_seq_len, beam_size=None, top_k=None):
         """Top-k items (RecBole internal ids, -1 where fewer) and their scores, by constrained beam search."""
         beam_size, top_k = beam_size or self.beam_size, top_k or self.top_k
-        memory, memory_mask = self.encode(item_seq, item_seq_len)
-        decoder = IncrementalDecoder(self, memory, memory_mask)
-        if self.trie.device != memory.device:
-            self.trie.to(memory.device)
-        items, scores = constrained_beam_search(decoder, self.trie, len(item_seq), beam_size, top_k)
+        # Mixed precision (enable_amp) for the network; beam scores are accumulated in float32.
+        with torch.autocast(item_seq.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            memory, memory_mask = self.encode(item_seq, item_seq_len)
+            decoder = IncrementalDecoder(self, memory, memory_mask)
+            if self.trie.device != memory.device:
+                self.trie.to(memory.device)
+            items, scores = constrained_beam_search(decoder, self.trie, len(item_seq), beam_size, top_k)
         return torch.where(items >= 0, items + 1, items), scores
 
     def reset_generation_stats(self):
@@ -261,4 +265,4 @@ class IncrementalDecoder:
             x, layer_cache = layer(x, memory_kv, self.memory_mask, self_kv_cache=layer_cache)
             new_cache.append(layer_cache)
         self.cache = new_cache
-        return model.level_logits(model.decoder_norm(x[:, :, 0]), level)
+        return model.level_logits(model.decoder_norm(x[:, :, 0]), level).float()
