@@ -71,16 +71,24 @@ def with_padding_row(rows, fill=0.0):
     return np.concatenate([pad, rows], axis=0)
 
 
-def semantic_embeddings(config, item_tokens, cache, logger):
-    """E_S [n_real_items, d_s] from the configured encoder and item text fields."""
+def item_texts(config, item_tokens):
+    """``(texts, stats)``: one text per item token from the ``item_text_fields`` of the .item file."""
+    return build_item_texts(read_item_table(item_file_of(config)), item_tokens, list(config["item_text_fields"]))
+
+
+def configured_encoder(config):
+    """The semantic encoder the config names, with its yaml defaults under the config's keys."""
     # The encoder's yaml uses the same encoder_<param> keys as the config, which overrides it.
     settings = {key: value for key, value in config.final_config_dict.items() if key.startswith("encoder")}
     name, params = encoder_params_from_config({**load_properties("encoder", config["encoder"]), **settings})
-    texts, stats = build_item_texts(read_item_table(item_file_of(config)), item_tokens,
-                                    list(config["item_text_fields"]))
+    return build_encoder(name, **params)
+
+
+def semantic_embeddings(config, item_tokens, cache, logger):
+    """E_S [n_real_items, d_s] from the configured encoder and item text fields."""
+    texts, stats = item_texts(config, item_tokens)
     logger.info(f"item texts: {stats}")
-    encoder = build_encoder(name, **params)
-    return cached_item_embeddings(cache, encoder, texts, meta={"dataset": config["dataset"]}), stats
+    return cached_item_embeddings(cache, configured_encoder(config), texts, meta={"dataset": config["dataset"]}), stats
 
 
 def stage1_config(config):
