@@ -129,7 +129,7 @@ def resolve_request(name, dataset, settings):
             raise SystemExit(f"run_table.py: '{name}' is neither a model nor an UNGER variant with a "
                              f"baselines/{name}.yaml file. {error}") from None
         model = "UNGER"
-    return Request(name, dataset, model, files, {**overrides, **settings})
+    return Request(name, dataset, model, files, {**overrides, **settings.get(None, {}), **settings.get(model, {})})
 
 
 def resolved_config(request, extra=None):
@@ -351,12 +351,15 @@ def epochs_within_budget(probe, budget, max_epochs, pretraining=None):
 
 
 def parse_settings(pairs):
-    settings = {}
+    """``--set key=value`` (every run) and ``--set Model:key=value`` (runs of that model only, e.g.
+    ``UNGER:`` for UNGER and all its variants) -> ``{model or None: {key: value}}``."""
+    settings = {None: {}}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"run_table.py: --set takes key=value, got '{pair}'")
-        settings[key] = value
+        model, colon, key = key.rpartition(":") if ":" in key else (None, "", key)
+        if not sep or not key or (colon and not model):
+            raise SystemExit(f"run_table.py: --set takes key=value or Model:key=value, got '{pair}'")
+        settings.setdefault(model, {})[key] = value
     return settings
 
 
@@ -369,8 +372,9 @@ def build_parser():
     parser.add_argument("--max-epochs", type=int, help="reduced runs: cap every trained stage at N epochs")
     parser.add_argument("--time-budget", type=float, help="reduced runs: about this many seconds per model")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="cpu: --use_gpu=False; cuda: --use_gpu=True")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="extra override for every run (compared when looking for existing results)")
+    parser.add_argument("--set", action="append", metavar="[MODEL:]KEY=VALUE",
+                        help="extra override for every run, or with MODEL: for that model's runs only "
+                             "(UNGER: covers every UNGER variant); compared when looking for existing results")
     parser.add_argument("--dry-run", action="store_true", help="print the commands of the missing runs, run nothing")
     parser.add_argument("--no-run", action="store_true", help="only write the tables from the results present")
     parser.add_argument("--results-dir", default="results", help="where run_unger.py writes results (default: results)")
@@ -387,11 +391,11 @@ def main(argv=None, runner=subprocess_runner):
     if args.max_epochs and args.time_budget:
         raise SystemExit("run_table.py: give --max-epochs or --time-budget, not both")
     settings = parse_settings(args.set)
-    settings.setdefault("show_progress", "False")
+    settings[None].setdefault("show_progress", "False")
     if args.device:
-        settings["use_gpu"] = str(args.device == "cuda")
+        settings[None]["use_gpu"] = str(args.device == "cuda")
     if args.results_dir != "results":
-        settings["results_dir"] = args.results_dir
+        settings[None]["results_dir"] = args.results_dir
 
     from unger_recbole.analysis import tables
     names = expand_models(args.models)

@@ -164,6 +164,17 @@ def test_run_table_names_and_groups():
         run_table.resolve_request("NoSuchThing", "amazon-beauty", {})
 
 
+def test_set_scoped_to_a_model_reaches_only_that_models_runs():
+    settings = run_table.parse_settings(["state=WARNING", "UNGER:stage1_backbone=sasrec"])
+    assert settings == {None: {"state": "WARNING"}, "UNGER": {"stage1_backbone": "sasrec"}}
+    concat = run_table.resolve_request("Concat", "amazon-beauty", settings)
+    sasrec = run_table.resolve_request("SASRec", "amazon-beauty", settings)
+    assert concat.overrides["stage1_backbone"] == "sasrec" and concat.overrides["state"] == "WARNING"
+    assert "stage1_backbone" not in sasrec.overrides and sasrec.overrides["state"] == "WARNING"
+    with pytest.raises(SystemExit, match="Model:key=value"):
+        run_table.parse_settings([":stage1_backbone=sasrec"])
+
+
 def test_epoch_cap_from_time_budget():
     probe = {"wall_seconds": 30.0, "stage_seconds": {"data": 5.0, "stage1": 4.0, "train": 6.0}, "config": {}}
     # fixed 20 s, one epoch of both stages 10 s: (200 - 30 - 20) / 10 = 15
