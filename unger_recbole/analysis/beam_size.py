@@ -34,7 +34,7 @@ def choose_beam(rows, metric, tolerance):
 
 
 @torch.no_grad()
-def evaluate_beams(run_dir, beams, device="auto", user_limit=None):
+def evaluate_beams(run_dir, beams, device="auto"):
     """``[{beam_size, valid: {metric: value}, seconds, users}]`` on the run's validation split."""
     recommender = load_recommender(run_dir, device=device)
     model = recommender.model
