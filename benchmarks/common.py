@@ -229,6 +229,7 @@ def unger_config(code_table_file, beam_size=20, top_k=20, device="cpu", **overri
         "inner_size": PAPER_STAGE2["inner_size"], "dropout_prob": 0.1, "ikd": True, "distill_weight": 1.0,
         "distill_negatives": 128, "beam_size": int(beam_size), "topk": [int(top_k)],
         "code_table_file": str(code_table_file),
+        "enable_amp": False,  # the benchmarks cast the whole model to --dtype instead of autocasting
     }
     config.update(overrides)
     return config
