@@ -375,6 +375,8 @@ def build_parser():
     parser.add_argument("--set", action="append", metavar="[MODEL:]KEY=VALUE",
                         help="extra override for every run, or with MODEL: for that model's runs only "
                              "(UNGER: covers every UNGER variant); compared when looking for existing results")
+    parser.add_argument("--no-modality", action="store_true",
+                        help="skip Table 4 / Fig. 5 (modality similarity and t-SNE of the UNGER run, ~1 min)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands of the missing runs, run nothing")
     parser.add_argument("--no-run", action="store_true", help="only write the tables from the results present")
     parser.add_argument("--results-dir", default="results", help="where run_unger.py writes results (default: results)")
@@ -410,11 +412,47 @@ def main(argv=None, runner=subprocess_runner):
 
     variant_names = {r.name for r in requests if r.model == "UNGER" and r.name != "UNGER"}
     columns = [name for name in names if name not in variant_names] or list(tables.TABLE3_LABELS)
-    written = tables.write_dataset_report(args.dataset, columns, chosen, tables.load_results(args.results_dir),
-                                          args.out_dir, planner.notes)
+    written = list(tables.write_dataset_report(args.dataset, columns, chosen, tables.load_results(args.results_dir),
+                                               args.out_dir, planner.notes))
+    if not args.no_modality:
+        written += modality_report(args.dataset, chosen, args.out_dir)
     for path in written:
         print(f"wrote {display_path(path)}")
     return chosen
+
+
+def modality_report(dataset, chosen, out_dir):
+    """Paper Table 4 and Fig. 5 for the chosen UNGER run: ``<dataset>-modality.md`` and
+    ``<dataset>-fig5-tsne.png``. The collaborative-only embeddings come from the chosen
+    Collaborative-only run (same stage-I settings, alignment off), else from the artifact cache."""
+    from unger_recbole.analysis.modality import format_table
+    from unger_recbole.analysis.modality import main as modality_main
+
+    unger = chosen.get("UNGER")
+    if not unger or not Path(unger.get("run_dir", ""), "semantic.npz").is_file():
+        print("[run_table] Table 4 / Fig. 5: no UNGER run folder with semantic.npz among the results; skipped")
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure, markdown = out_dir / f"{dataset}-fig5-tsne.png", out_dir / f"{dataset}-modality.md"
+    arguments = ["--dataset-run", unger["run_dir"], "--artifact-dir", str(unger["config"].get("artifact_dir") or
+                                                                          "artifacts"), "--tsne", str(figure)]
+    collaborative = chosen.get("Collaborative-only")
+    if collaborative and Path(collaborative.get("run_dir", ""), "code_table.npz").is_file():
+        arguments += ["--collaborative", f"{collaborative['run_dir']}/code_table.npz:integrated"]
+    try:
+        result = modality_main(arguments)
+    except SystemExit as error:
+        print(f"[run_table] Table 4 / Fig. 5 skipped: {error}")
+        return []
+    sources = "\n".join(f"* {role}: `{source}`" for role, source in result["sources"].items())
+    markdown.write_text(
+        f"# {dataset}: modality similarity (paper Table 4) and t-SNE (paper Fig. 5)\n\n"
+        f"Written by `python baselines/run_table.py --dataset {dataset} ...` from the runs below "
+        f"(method: docs/MODALITY.md). Relative similarity of the final item embedding to each modality:\n\n"
+        f"```\n{format_table(result['rows'])}\n```\n\nEmbeddings:\n\n{sources}\n\n"
+        f"![t-SNE of semantic, collaborative, Concat and integrated embeddings]({figure.name})\n")
+    return [markdown, figure]
 
 
 if __name__ == "__main__":

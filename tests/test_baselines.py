@@ -155,6 +155,19 @@ def test_run_table_runs_missing_reuses_existing_and_writes_tables(tiny_features,
     assert "--run_label=HGN" in printed and "--pretrain_epochs=2" in printed
 
 
+def test_run_table_writes_table4_and_fig5_from_the_unger_and_collaborative_only_runs(tiny_data):
+    from tests.test_unger_pipeline import CLI_SMALL
+    small = [f"{arg[2:]}" for arg in CLI_SMALL if not arg.startswith(("--stage1_epochs", "--epochs"))]
+    argv = ["--dataset", "tiny", "--models", "UNGER", "Collaborative-only", "--max-epochs", "1",
+            "--set", f"data_path={tiny_data}", *[item for pair in small for item in ("--set", pair)],
+            "--out-dir", "tables"]
+    chosen = run_table.main(argv, runner=in_process_runner([]))
+    report = Path("tables/tiny-modality.md").read_text()
+    assert "Concat" in report and "Ours" in report and "Semantic modality" in report
+    assert f"{chosen['Collaborative-only']['run_dir']}/code_table.npz:integrated" in report  # the same table's run
+    assert Path("tables/tiny-fig5-tsne.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_run_table_names_and_groups():
     assert run_table.expand_models(["table6", "UNGER"]) == ["Concat", "UNGER-CKA", "UNGER"]
     request = run_table.resolve_request("UNGER-L8", "amazon-beauty", {})
