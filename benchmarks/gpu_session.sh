@@ -47,7 +47,7 @@ else
     # sqrt(8) with a longer warm-up; bfloat16 autocast. Model selection stays on validation NDCG@10.
     job=(--dataset=amazon-beauty --encoder=precomputed --encoder_file=dataset/amazon-beauty/minilm.npz
          --train_batch_size=2048 --learning_rate=0.0028 --stage1_learning_rate=0.0028 --warmup_steps=300
-         --eval_batch_size=4096 --enable_amp=True)
+         --eval_batch_size=4096 --enable_amp=True --stage1_epochs=20)
 fi
 start=$(date +%s)
 timeout "$PIPELINE_SECONDS" python run_unger.py --model=UNGER "${job[@]}" --show_progress=False \
