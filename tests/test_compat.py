@@ -95,3 +95,14 @@ def test_checkpoint_trainer_reloads_checkpoints_that_pickle_the_config(tiny_data
         Trainer(config, model).evaluate(test, load_best_model=True, model_file=trainer.saved_model_file)
     result = trainer.evaluate(test, load_best_model=True)
     assert 0.0 <= result["recall@10"] <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["full", "uni10"])
+def test_every_evaluated_user_is_counted_once_in_full_and_sampled_ranking(tiny_data, mode):
+    """The collector's user of each ranking row (what distributed evaluation merges on)."""
+    from unger_recbole.quick_start import run
+    eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": mode}
+    results = run("SASRec", "tiny", config_dict={
+        "data_path": str(tiny_data), "eval_args": eval_args, "hidden_size": 16, "inner_size": 16, "n_layers": 1,
+        "n_heads": 1, **TINY_OVERRIDES})
+    assert results["test_users"] == 40

@@ -173,7 +173,14 @@ class UserTrackingCollector(Collector):
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
         super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
-        self.batch_users.append(interaction[self.uid_field].cpu())
+        users = interaction[self.uid_field].cpu()
+        if len(users) != len(scores_tensor):
+            # Sampled ranking (e.g. uni100): one interaction per candidate, grouped by user.
+            users = torch.unique_consecutive(users)
+        if len(users) != len(scores_tensor):
+            raise ValueError(f"cannot tell which user each of the {len(scores_tensor)} ranking rows belongs to "
+                             f"({len(interaction)} interactions in the batch)")
+        self.batch_users.append(users)
 
     def get_data_struct(self):
         self.last_struct = super().get_data_struct()

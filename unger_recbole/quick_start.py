@@ -234,12 +234,13 @@ def run_spawned_process(local_rank, queue, model, dataset, files, overrides, sav
     """Entry point of each process started by ``run(..., nproc > 1)``; rank 0 returns the results."""
     model_class = resolve_model(model)
     config = build_config(model_class, dataset, files, overrides)
-    join_process_group(config, local_rank, int(config["nproc"]), offset + local_rank, world_size, init_method)
+    rank = offset + local_rank
+    join_process_group(config, local_rank, int(config["nproc"]), rank, world_size, init_method)
     try:
         results = run_process(model_class, config, save_predictions)
     finally:
         dist.destroy_process_group()
-    if results is not None:
+    if rank == 0:
         queue.put(results)
 
 
@@ -273,6 +274,8 @@ def run_process(model_class, config, save_predictions):
             stage_seconds.update(model_class.build_artifacts(config, train_data, valid_data, run_dir))
             if config.final_config_dict.get("stop_after") == "codes":
                 logger.info(f"stop_after=codes: item codes and report are in {run_dir}")
+                if not distributed.is_main_process(config):
+                    return None
                 return {"model": config["model"], "dataset": config["dataset"], "run_dir": str(run_dir),
                         "stage_seconds": stage_seconds}
 
