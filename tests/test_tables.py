@@ -9,7 +9,8 @@ import pytest
 
 from unger_recbole.analysis import tables
 
-FULL = {"epochs": 300, "stopping_step": 10, "stage1_epochs": 100, "stage1_stopping_step": 5, "pretrain_epochs": 150}
+FULL = {"epochs": 300, "stopping_step": 10, "stage1_epochs": 100, "stage1_stopping_step": 5, "stage1_backbone": "din",
+        "pretrain_epochs": 150}
 UNGER_CONFIG = {"code_embedding": "integrated", "ikd": True, "quantizer": "hkmeans", "n_decoder_layers": 4,
                 "encoder": "minilm", "stage1_epochs": 100, "stage1_stopping_step": 5}
 
@@ -210,6 +211,11 @@ def test_reduction_rules():
     assert tables.reduction(unger, FULL) == "8 epochs trained (stage1_epochs=5 < 100)"
     budget = make_result("SASRec", (0, 0, 0, 0), epochs=7, trained=1, time_budget_seconds=600.0)
     assert tables.reduction(budget, FULL) == "1 epoch trained (time budget 600 s, epochs=7 < 300)"
+    sasrec_stage1 = make_result("UNGER", (0, 0, 0, 0), stage1_epochs=1, trained=1, stage1_backbone="sasrec")
+    assert tables.reduction(sasrec_stage1, FULL) == ("1 epoch trained (stage1_epochs=1 < 100, "
+                                                     "stage1_backbone=sasrec instead of din)")
+    semantic_only = make_result("UNGER", (0, 0, 0, 0), code_embedding="semantic", stage1_backbone="sasrec")
+    assert tables.reduction(semantic_only, FULL) is None  # no stage I at all
 
 
 def test_full_run_settings_read_from_the_yaml_files():

@@ -211,6 +211,7 @@ def full_run_settings():
             "stopping_step": _yaml_value(overall, "stopping_step", 10),
             "stage1_epochs": _yaml_value(unger, "stage1_epochs", 100),
             "stage1_stopping_step": _yaml_value(unger, "stage1_stopping_step", 5),
+            "stage1_backbone": _yaml_value(unger, "stage1_backbone", "din"),
             "pretrain_epochs": _yaml_value(BASELINES_DIR / "S3Rec.yaml", "pretrain_epochs", 150)}
 
 
@@ -225,7 +226,7 @@ def _applies(key, result):
 
 def reduction(result, full=None):
     """``None`` for a full run, else a short text saying how the run was cut, e.g.
-    ``'2 epochs trained (epochs=2 < 300)'``."""
+    ``'2 epochs trained (epochs=2 < 300)'`` or ``'... (stage1_backbone=sasrec instead of din)'``."""
     full = full_run_settings() if full is None else full
     config = result.get("config", {})
     cuts = []
@@ -234,8 +235,12 @@ def reduction(result, full=None):
         cuts.append(f"time budget {budget:g} s")
     for key, value_full in full.items():
         value = config.get(key)
-        if (_applies(key, result) and isinstance(value, (int, float)) and not isinstance(value, bool)
-                and value < value_full):
+        if not _applies(key, result) or value is None:
+            continue
+        if isinstance(value_full, str):  # a cheaper component than the paper's (e.g. stage I backbone)
+            if str(value) != value_full:
+                cuts.append(f"{key}={value} instead of {value_full}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value < value_full:
             cuts.append(f"{key}={value:g} < {value_full:g}")
     if not cuts:
         return None
