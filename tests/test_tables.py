@@ -124,6 +124,16 @@ def test_dataset_without_paper_numbers_says_so(beauty):
     assert all(cell == "–" for cell in row(md, "R@10")[1:])
 
 
+def test_runs_section_names_the_run_device_and_time_of_every_column(beauty):
+    markdown, _ = report(*beauty)
+    runs = markdown.split("## Runs", 1)[1]
+    assert "python run_unger.py --model=<model> --dataset=amazon-beauty" in runs
+    assert row(runs, "SASRec") == ["SASRec", "SASRec", "`SASRec-amazon-beauty-2025-01-01T00:00:00`", "cpu",
+                                   "2025-01-01T00:00", "10.0 min"]
+    assert row(runs, "S3Rec")[-1] == "60.0 min"  # fine-tuning plus its pre-training
+    assert not any(line.startswith("| HGN |") for line in runs.splitlines())  # missing: no run to list
+
+
 def test_csv_has_values_time_epochs_and_reduced(beauty):
     tmp_path, results_dir = beauty
     report(tmp_path, results_dir)

@@ -591,7 +591,27 @@ def dataset_report(dataset, columns, chosen, results, out_dir, notes=None, full=
         for title, path, points in figures:
             md += [f"### {title}", "", f"![{title}]({Path(path).name})", "",
                    "Runs: " + ", ".join(f"{value} = `{result.get('run_id', '?')}`" for value, result in points), ""]
+    used = {label: pick(label, chosen, by_label) for label in [*columns, *unger_labels]}
+    md += runs_section(dataset, {label: r for label, r in used.items() if r is not None})
     return {"markdown": "\n".join(md).rstrip() + "\n", "csv": csvs, "figures": [p for _, p, _ in figures]}
+
+
+def runs_section(dataset, used):
+    """Markdown lines listing the run behind every column: id, device, date, wall time, and how it
+    was started (run_table.py's command; the full resolved config is in the results JSON)."""
+    if not used:
+        return []
+    lines = ["## Runs", "",
+             f"Each column is one `python run_unger.py --model=<model> --dataset={dataset} "
+             "--config_files=baselines/<column>.yaml --run_label=<column> [overrides]` run (started by "
+             "`baselines/run_table.py`); its results JSON (`results/<run id>.json`) holds the resolved config, "
+             "the seconds per stage and the device.", "",
+             "| Column | Model | Run id | Device | Date | Wall time |", "| --- | --- | --- | --- | --- | --- |"]
+    for label, result in used.items():
+        lines.append(f"| {label} | {result.get('model', '?')} | `{result.get('run_id', '?')}` | "
+                     f"{result.get('device', '?')} | {str(result.get('date', '?'))[:16]} | "
+                     f"{format_seconds(total_seconds(result))} |")
+    return lines + [""]
 
 
 def write_dataset_report(dataset, columns, chosen, results, out_dir="docs/tables", notes=None, full=None):
