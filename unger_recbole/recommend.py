@@ -253,7 +253,7 @@ def load_recommender(run_dir, device="auto"):
     titles, titles_note = read_titles(manifest, list(config["item_text_fields"] or ["title"])[0])
     return Recommender(model=model, run_dir=run_dir, run_id=manifest.get("run_id") or run_dir.name,
                        dataset=manifest.get("dataset"), item_tokens=[str(t) for t in table["item_tokens"]],
-                       titles=titles, titles_note=titles_note, device=device)
+                       titles=titles, titles_note=titles_note, device=device, config=config)
 
 
 # ------------------------------------------------------------------------------- recommending
@@ -269,6 +269,7 @@ class Recommender:
     titles: dict | None  # token -> title, None when unavailable (reason in titles_note)
     titles_note: str | None
     device: torch.device
+    config: object  # the RecBole Config stored in the checkpoint (code table and device set to this run)
     token_to_id: dict = field(init=False)
 
     def __post_init__(self):

@@ -15,13 +15,13 @@ import json
 import time
 from pathlib import Path
 
-from unger_recbole.compat import CheckpointTrainer, load_checkpoint  # first: shims before RecBole
+from unger_recbole.compat import CheckpointTrainer  # first: shims before RecBole
 
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from unger_recbole.recommend import CHECKPOINT, load_recommender
+from unger_recbole.recommend import load_recommender
 
 RESULT_FILE = "beam_size_valid.json"
 
@@ -37,11 +37,9 @@ def choose_beam(rows, metric, tolerance):
 def evaluate_beams(run_dir, beams, device="auto"):
     """``[{beam_size, valid: {metric: value}, seconds, users}]`` on the run's validation split."""
     recommender = load_recommender(run_dir, device=device)
-    model = recommender.model
-    config = load_checkpoint(Path(run_dir) / CHECKPOINT, "cpu")["config"]
+    model, config = recommender.model, recommender.config
     if max(config["topk"]) > min(beams):
         raise ValueError(f"every beam size must be >= the largest topk {max(config['topk'])}, got {sorted(beams)}")
-    config["device"] = recommender.device
     config["show_progress"] = False
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
