@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 
 from unger_recbole.compat import (CheckpointTrainer, build_config, check_pandas_version, close_run_logger,
@@ -106,3 +107,21 @@ def test_every_evaluated_user_is_counted_once_in_full_and_sampled_ranking(tiny_d
         "data_path": str(tiny_data), "eval_args": eval_args, "hidden_size": 16, "inner_size": 16, "n_layers": 1,
         "n_heads": 1, **TINY_OVERRIDES})
     assert results["test_users"] == 40
+
+
+def test_enable_amp_trains_under_the_configured_autocast_dtype(tiny_data):
+    """RecBole autocasts to the device's default dtype; amp_dtype decides instead."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec
+    config = tiny_config(tiny_data, enable_amp=True, amp_dtype="float16")
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    model = SASRec(config, train._dataset)
+    seen = []
+    original = model.calculate_loss
+    model.calculate_loss = lambda interaction: seen.append(torch.get_autocast_dtype("cpu")) or original(interaction)
+    default = torch.get_autocast_dtype("cpu")
+    try:
+        CheckpointTrainer(config, model, checkpoint_file=tiny_data / "ckpt.pth")._train_epoch(train, 0)
+    finally:
+        torch.set_autocast_dtype("cpu", default)
+    assert seen and set(seen) == {torch.float16} and default == torch.bfloat16
