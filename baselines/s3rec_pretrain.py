@@ -35,7 +35,8 @@ CHECKPOINT = "pretrain.pth"
 def pretrain(dataset, config_file_list=(), config_dict=None):
     """Pre-train S3Rec on ``dataset``'s training split; returns the manifest dict."""
     from unger_recbole import quick_start as qs
-    from unger_recbole.compat import build_config, checkpoint_trainer_class, close_run_logger, init_run_logger
+    from unger_recbole.compat import build_config, close_run_logger, init_run_logger
+    from unger_recbole.trainer import trainer_class_for
 
     import torch
     from recbole.data import create_dataset, data_preparation
@@ -59,7 +60,7 @@ def pretrain(dataset, config_file_list=(), config_dict=None):
         train_data, _, _ = data_preparation(config, recbole_dataset)
         init_seed(config["seed"], config["reproducibility"])
         model = model_class(config, train_data._dataset).to(config["device"])
-        trainer = checkpoint_trainer_class(config["MODEL_TYPE"], "S3Rec")(config, model)
+        trainer = trainer_class_for(config["MODEL_TYPE"], "S3Rec")(config, model)
         # RecBole's intermediate checkpoints (every save_step epochs) go to this run's folder.
         trainer.checkpoint_dir = str(run_dir)
         tic = time.time()

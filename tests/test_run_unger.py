@@ -52,6 +52,16 @@ def test_saved_predictions_reproduce_recboles_metrics(tiny_data):
     assert ndcg_at(20, rows) == pytest.approx(results["test_result"]["ndcg@20"], abs=1e-4)
 
 
+def test_results_keep_the_learning_curve_of_every_epoch(tiny_data):
+    results = cli("--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", "--epochs=3", "--eval_step=1",
+                  "--train_batch_size=64", *SMALL_SASREC)
+    curve = json.loads(Path(results["results_file"]).read_text())["learning_curve"]
+    assert [entry["epoch"] for entry in curve] == [1, 2, 3]
+    assert all(entry["train_loss"] > 0 and set(entry["valid"]) == set(results["best_valid_result"]) for entry in curve)
+    best = max(curve, key=lambda entry: entry["valid"]["ndcg@10"])  # RecBole keeps the first best epoch
+    assert best["valid"] == results["best_valid_result"]
+
+
 def test_two_runs_never_share_a_checkpoint(tiny_data):
     args = ["--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", *SMALL_SASREC, "--epochs=1"]
     first, second = cli(*args), cli(*args)

@@ -22,6 +22,8 @@ def test_unger_runs_end_to_end_and_reuses_cached_stages(tiny_data):
     assert set(results["stage_seconds"]) >= {"semantic_encoder", "stage1", "quantizer", "train", "test"}
     assert 0.0 <= results["test_result"]["recall@10"] <= 1.0
     assert results["generation"] == {"users": 40, "invalid_rate": 0.0, "short_list_rate": 0.0}
+    assert [entry["epoch"] for entry in results["learning_curve"]] == [1, 2]  # UNGER's warm-up trainer too
+    assert all("ndcg@10" in entry["valid"] for entry in results["learning_curve"])
 
     with open(run_dir / "item_codes.csv") as handle:
         rows = list(csv.DictReader(handle))

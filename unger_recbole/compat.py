@@ -72,7 +72,7 @@ import torch.distributed as dist  # noqa: E402
 from recbole.config import Config  # noqa: E402
 from recbole.evaluator import Collector  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
-from recbole.utils import get_trainer, init_logger  # noqa: E402
+from recbole.utils import init_logger  # noqa: E402
 
 from unger_recbole.distributed import barrier, default_backend, gather_rows  # noqa: E402
 
@@ -252,11 +252,3 @@ class CheckpointTrainerMixin:
 
 class CheckpointTrainer(CheckpointTrainerMixin, Trainer):
     """RecBole's plain Trainer with :class:`CheckpointTrainerMixin`."""
-
-
-def checkpoint_trainer_class(model_type, model_name):
-    """The trainer RecBole would pick for ``model_name``, with :class:`CheckpointTrainerMixin`."""
-    base = get_trainer(model_type, model_name)
-    if base is Trainer:
-        return CheckpointTrainer
-    return type(f"Checkpoint{base.__name__}", (CheckpointTrainerMixin, base), {})

@@ -16,8 +16,8 @@ import uuid
 from logging import getLogger
 from pathlib import Path
 
-from unger_recbole.compat import (build_config, checkpoint_trainer_class,  # first: shims before RecBole
-                                  close_run_logger, init_run_logger, join_process_group)
+from unger_recbole.compat import (build_config, close_run_logger,  # first: shims before RecBole
+                                  init_run_logger, join_process_group)
 
 import torch
 import torch.distributed as dist
@@ -27,6 +27,7 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import get_model, init_seed
 
 from unger_recbole import distributed
+from unger_recbole.trainer import trainer_class_for
 
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
@@ -283,7 +284,7 @@ def run_process(model_class, config, save_predictions):
         recommender = model_class(config, train_data._dataset).to(config["device"])
         logger.info(recommender)
         trainer_class = (getattr(model_class, "trainer_class", None)
-                         or checkpoint_trainer_class(config["MODEL_TYPE"], config["model"]))
+                         or trainer_class_for(config["MODEL_TYPE"], config["model"]))
         trainer = trainer_class(config, recommender, checkpoint_file=run_dir / "model.pth")
         tic = time.time()
         best_valid_score, best_valid_result = trainer.fit(
@@ -323,6 +324,7 @@ def run_process(model_class, config, save_predictions):
             "best_valid_result": {k: float(v) for k, v in best_valid_result.items()},
             "test_result": {k: float(v) for k, v in test_result.items()},
             "epochs_trained": len(trainer.train_loss_dict),
+            "learning_curve": trainer.learning_curve,
             "test_users": trainer.evaluated_users,
             "world_size": dist.get_world_size() if distributed.is_distributed(config) else 1,
             "generation": generation,
