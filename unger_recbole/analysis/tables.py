@@ -331,7 +331,7 @@ def format_cell(value, mark=None, suffix=""):
     return text
 
 
-def _md_row(cells):
+def markdown_row(cells):
     return "| " + " | ".join(cells) + " |"
 
 
@@ -341,15 +341,15 @@ def markdown_table(table, first_header="Metric", notes=None, extra_rows=()):
     ``extra_rows`` are (name, {column: text}) rows added after Epochs."""
     columns = table["columns"]
     header = [first_header] + [table["titles"][c] + (REDUCED_MARK if table["reduced"][c] else "") for c in columns]
-    lines = [_md_row(header), _md_row(["---"] + ["---:"] * len(columns))]
+    lines = [markdown_row(header), markdown_row(["---"] + ["---:"] * len(columns))]
     for name, values in table["rows"]:
-        lines.append(_md_row([name] + [format_cell(values[c], table["marks"][name][c]) for c in columns]))
-    lines.append(_md_row(["Time"] + [format_seconds(table["seconds"][c]) for c in columns]))
-    lines.append(_md_row(["Epochs"] + [
+        lines.append(markdown_row([name] + [format_cell(values[c], table["marks"][name][c]) for c in columns]))
+    lines.append(markdown_row(["Time"] + [format_seconds(table["seconds"][c]) for c in columns]))
+    lines.append(markdown_row(["Epochs"] + [
         MISSING if table["epochs"][c] is None else f"{table['epochs'][c]}{REDUCED_MARK if table['reduced'][c] else ''}"
         for c in columns]))
     for name, values in extra_rows:
-        lines.append(_md_row([name] + [str(values.get(c, MISSING)) for c in columns]))
+        lines.append(markdown_row([name] + [str(values.get(c, MISSING)) for c in columns]))
     footnotes = []
     if table["missing"]:
         notes = notes or {}
@@ -383,10 +383,10 @@ def csv_table(table):
 
 def paper_markdown(columns, values_by_row, starred=()):
     """Markdown for a table of the paper's numbers: ``values_by_row`` ``{row: {column: value}}``."""
-    lines = [_md_row(["Metric"] + list(columns)), _md_row(["---"] + ["---:"] * len(columns))]
+    lines = [markdown_row(["Metric"] + list(columns)), markdown_row(["---"] + ["---:"] * len(columns))]
     for row, values in values_by_row.items():
         marks = rank_marks(values)
-        lines.append(_md_row([row] + [format_cell(values.get(c), marks[c], "*" if c in starred else "")
+        lines.append(markdown_row([row] + [format_cell(values.get(c), marks[c], "*" if c in starred else "")
                                       for c in columns]))
     return "\n".join(lines) + "\n"
 
