@@ -54,4 +54,8 @@ timeout "$PIPELINE_SECONDS" python run_unger.py --model=UNGER "${job[@]}" --show
     --results_dir="$OUT/results" --checkpoint_dir="$OUT/saved" --artifact_dir="$OUT/artifacts" ${EXTRA:-} \
     2>&1 | grep -v "Warning\|fillna\|behavior will change\|For example\|^$" | tee "$OUT/pipeline.log"
 echo "pipeline exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s" | tee -a "$OUT/pipeline.log"
+# The run folder's learning curve is rewritten every epoch, so it is there even after the time limit.
+for curve in "$OUT"/saved/*/learning_curve.json; do
+    [ -f "$curve" ] && python -m unger_recbole.analysis.learning_curve "$curve" --out "$OUT/learning_curve"
+done
 rm -rf "$OUT/saved"/*/model.pth "$OUT/saved"/*/stage1_*.pth "$OUT/artifacts"  # keep what comes back small

@@ -56,6 +56,8 @@ def test_results_keep_the_learning_curve_of_every_epoch(tiny_data):
     results = cli("--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", "--epochs=3", "--eval_step=1",
                   "--train_batch_size=64", *SMALL_SASREC)
     curve = json.loads(Path(results["results_file"]).read_text())["learning_curve"]
+    # The run folder's copy is rewritten every epoch, for runs that are stopped before the end.
+    assert json.loads((Path(results["run_dir"]) / "learning_curve.json").read_text())["learning_curve"] == curve
     assert [entry["epoch"] for entry in curve] == [1, 2, 3]
     assert all(entry["train_loss"] > 0 and set(entry["valid"]) == set(results["best_valid_result"]) for entry in curve)
     best = max(curve, key=lambda entry: entry["valid"]["ndcg@10"])  # RecBole keeps the first best epoch

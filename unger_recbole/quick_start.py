@@ -34,6 +34,7 @@ RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "s
                           "knowledge_aware_recommender")
 BUNDLED_DATASETS = ("ml-100k",)
 RUN_MANIFEST = "run.json"
+CURVE_FILE = "learning_curve.json"  # rewritten after every epoch, so a stopped run keeps its curve
 
 
 def our_models():
@@ -286,6 +287,11 @@ def run_process(model_class, config, save_predictions):
         trainer_class = (getattr(model_class, "trainer_class", None)
                          or trainer_class_for(config["MODEL_TYPE"], config["model"]))
         trainer = trainer_class(config, recommender, checkpoint_file=run_dir / "model.pth")
+        if distributed.is_main_process(config):
+            header = {"model": config["model"], "dataset": config["dataset"], "run_id": run_id,
+                      "config": jsonable(config.final_config_dict)}
+            trainer.on_curve_update = lambda curve: write_json_atomic(run_dir / CURVE_FILE,
+                                                                      {**header, "learning_curve": curve})
         tic = time.time()
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=True, show_progress=config["show_progress"])

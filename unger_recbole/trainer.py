@@ -11,11 +11,18 @@ from recbole.utils import get_trainer
 class LearningCurveMixin:
     """Keeps ``learning_curve``: one entry per trained epoch with its training loss and seconds,
     plus the full validation result and seconds where the epoch was evaluated. RecBole only logs
-    these; the results JSON keeps them so training length can be judged after the run."""
+    these; the results JSON keeps them so training length can be judged after the run. A callable
+    ``on_curve_update(curve)``, when set, gets the curve after every change, so a run that is
+    stopped (time limit, pre-emption) still leaves its curve behind."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.learning_curve = []
+        self.on_curve_update = None
+
+    def _curve_updated(self):
+        if self.on_curve_update is not None:
+            self.on_curve_update(self.learning_curve)
 
     def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
         tic = time.time()
@@ -23,6 +30,7 @@ class LearningCurveMixin:
         total = sum(loss) if isinstance(loss, tuple) else loss
         self.learning_curve.append({"epoch": epoch_idx + 1, "train_loss": float(total),
                                     "train_seconds": round(time.time() - tic, 2)})
+        self._curve_updated()
         return loss
 
     def _valid_epoch(self, valid_data, *args, **kwargs):
@@ -31,6 +39,7 @@ class LearningCurveMixin:
         if self.learning_curve:
             self.learning_curve[-1].update(valid={k: float(v) for k, v in result.items()},
                                            valid_seconds=round(time.time() - tic, 2))
+            self._curve_updated()
         return score, result
 
 

@@ -4,7 +4,8 @@
         --metric ndcg@10 --out docs/tables/amazon-beauty-curve
 
 Reads the ``learning_curve`` each results JSON keeps (one entry per trained epoch: training loss
-and seconds, and the validation result where the epoch was evaluated). Writes ``<out>.md``, the
+and seconds, and the validation result where the epoch was evaluated); for a run that was stopped
+before it finished, pass its ``saved/<run>/learning_curve.json``, rewritten after every epoch. Writes ``<out>.md``, the
 validation metric per epoch for each run with its best epoch in bold, and ``<out>.png``. The
 "gain over the last N evaluations" row tells a converged run (about 0) from one stopped early by
 its epoch budget. Only validation numbers are shown: the curve is for judging training length,
