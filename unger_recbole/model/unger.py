@@ -181,20 +181,25 @@ class UNGER(SequentialRecommender):
         return loss
 
     # ----- inference -----
-    def predict(self, interaction):
-        """Score of one given item per user: its code's log-probability (same definition as the beam)."""
-        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        items = interaction[self.ITEM_ID]
+    def level_log_probs(self, item_seq, item_seq_len, items):
+        """Teacher-forced, per level l: log-probabilities [B, K+1] over the symbols the trie allows
+        after the first l symbols of each item's own code (-inf elsewhere); and the symbols [B, L]."""
         hidden = self.forward(item_seq, item_seq_len, items, with_distill_token=False)
         symbols = self.item_symbols[items]
         node = torch.zeros_like(items)
-        score = torch.zeros(len(items), device=items.device)
+        per_level = []
         for level in range(self.code_length):
-            log_probs = masked_log_softmax(self.level_logits(hidden[:, level], level),
-                                           self.trie.allowed[level][node])
-            score = score + log_probs.gather(1, symbols[:, level:level + 1]).squeeze(1)
+            per_level.append(masked_log_softmax(self.level_logits(hidden[:, level], level),
+                                                self.trie.allowed[level][node]))
             node = self.trie.child[level][node, symbols[:, level]].clamp(min=0)
-        return score
+        return per_level, symbols
+
+    def predict(self, interaction):
+        """Score of one given item per user: its code's log-probability (same definition as the beam)."""
+        per_level, symbols = self.level_log_probs(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                                  interaction[self.ITEM_ID])
+        return sum(log_probs.gather(1, symbols[:, level:level + 1]).squeeze(1)
+                   for level, log_probs in enumerate(per_level))
 
     @torch.no_grad()
     def generate(self, item_seq, item_seq_len, beam_size=None, top_k=None):
