@@ -58,4 +58,9 @@ echo "pipeline exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s" | tee -
 for curve in "$OUT"/saved/*/learning_curve.json; do
     [ -f "$curve" ] && python -m unger_recbole.analysis.learning_curve "$curve" --out "$OUT/learning_curve"
 done
+# Where the trained model loses the target along its code (needs the finished run's checkpoint).
+for run in "$OUT"/saved/UNGER-*; do
+    [ -f "$run/run.json" ] && python -m unger_recbole.analysis.code_levels --run "$run" --device "$DEVICE" \
+        2>&1 | grep -v "Warning\|fillna\|behavior will change\|For example\|^$" | tee "$OUT/code_levels.txt"
+done
 rm -rf "$OUT/saved"/*/model.pth "$OUT/saved"/*/stage1_*.pth "$OUT/artifacts"  # keep what comes back small
