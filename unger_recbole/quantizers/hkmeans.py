@@ -14,6 +14,8 @@ Implementation notes (deviations / choices):
   cluster (then all points are assigned); this keeps the first level of 1M items fast.
 * A cluster with ``n <= K`` items is not clustered: its items get the ``n`` distinct indices
   ``0..n-1`` (in item-id order) at the next level; with ``K >= n_items`` codes have one token.
+  Such a last token means nothing across clusters (index 5 of two clusters shares one embedding),
+  which measurably slows stage II (docs/RESULTS.md, "Why stage II is below SASRec-CE").
 * Empty k-means clusters are re-seeded with the points farthest from their centroid during Lloyd;
   if some stay empty the non-empty children are renumbered ``0..m-1`` (in centroid order), so
   tokens are dense.
