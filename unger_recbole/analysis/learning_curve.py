@@ -5,8 +5,9 @@
 
 Reads the ``learning_curve`` each results JSON keeps (one entry per trained epoch: training loss
 and seconds, and the validation result where the epoch was evaluated); for a run that was stopped
-before it finished, pass its ``saved/<run>/learning_curve.json``, rewritten after every epoch. Writes ``<out>.md``, the
-validation metric per epoch for each run with its best epoch in bold, and ``<out>.png``. The
+before it finished, pass its ``saved/<run>/learning_curve.json``, rewritten after every epoch.
+Writes ``<out>.md``, the validation metric per epoch for each run with its best epoch in bold,
+and ``<out>.png``. The
 "gain over the last N evaluations" row tells a converged run (about 0) from one stopped early by
 its epoch budget. Only validation numbers are shown: the curve is for judging training length,
 never for picking anything on test.
@@ -63,9 +64,9 @@ def curves_markdown(results, metric, window=3):
         lines.append(markdown_row([str(epoch)] + cells))
     gains = [recent_gain(sorted(by_epoch.items()), window) for by_epoch in points]
     lines.append(markdown_row([f"Gain over the last {window} evaluations"]
-                         + ["" if gain is None else f"{gain:+.4f}" for gain in gains]))
+                              + ["" if gain is None else f"{gain:+.4f}" for gain in gains]))
     lines.append(markdown_row(["Seconds per epoch (train + valid)"]
-                         + [f"{seconds_per_epoch(result):.0f}" for result in results]))
+                              + [f"{seconds_per_epoch(result):.0f}" for result in results]))
     lines.append(markdown_row(["Run"] + [f"`{result.get('run_id')}`" for result in results]))
     return "\n".join(lines) + "\n"
 
